@@ -1,0 +1,4 @@
+//! Shears: pruning as a service.
+
+pub mod prune;
+pub mod tensor;
