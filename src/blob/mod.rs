@@ -1,0 +1,122 @@
+//! Artifact storage: content-addressed blobs in a local directory.
+//!
+//! Layout under the data directory: `blobs/<aa>/<sha256>` for published bytes,
+//! `tmp/` for uploads in flight, `scratch/<job>-<attempt>/` for a job attempt's
+//! partial outputs. Files are hard-linked into place, so a blob is either absent or
+//! complete.
+
+mod hashing;
+
+pub use hashing::{HashingWriter, SinkError, UploadSink, Uploaded};
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use uuid::Uuid;
+
+/// The local blob directory.
+#[derive(Clone, Debug)]
+pub struct BlobStore {
+    root: PathBuf,
+}
+
+impl BlobStore {
+    /// Opens (and creates) the blob directories under `data_dir`.
+    pub fn open(data_dir: &Path) -> io::Result<BlobStore> {
+        let store = BlobStore {
+            root: data_dir.to_path_buf(),
+        };
+        std::fs::create_dir_all(store.root.join("blobs"))?;
+        std::fs::create_dir_all(store.tmp_dir())?;
+        std::fs::create_dir_all(store.root.join("scratch"))?;
+        Ok(store)
+    }
+
+    /// Where the blob `sha256` lives.
+    pub fn path(&self, sha256: &str) -> PathBuf {
+        let prefix = sha256.get(..2).unwrap_or("xx");
+        self.root.join("blobs").join(prefix).join(sha256)
+    }
+
+    /// The directory for uploads in flight.
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
+    /// A new temporary file for an upload; it disappears when dropped.
+    pub fn temp_file(&self) -> io::Result<tempfile::NamedTempFile> {
+        tempfile::Builder::new()
+            .prefix("upload-")
+            .tempfile_in(self.tmp_dir())
+    }
+
+    /// A fresh, empty scratch directory for one attempt of a job.
+    pub fn scratch_dir(&self, job: Uuid, attempt: i32) -> io::Result<PathBuf> {
+        let dir = self.root.join("scratch").join(format!("{job}-{attempt}"));
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)?;
+        }
+        std::fs::create_dir_all(&dir)?;
+        Ok(dir)
+    }
+
+    /// Links a complete file into place as blob `sha256`, unless that blob exists.
+    /// Called before the database refers to the blob, and again after (see
+    /// `Store::collect_blob`): a concurrent collection may have removed it meanwhile.
+    pub fn place(&self, file: &Path, sha256: &str) -> io::Result<()> {
+        let dest = self.path(sha256);
+        if dest.exists() {
+            return Ok(());
+        }
+        std::fs::create_dir_all(dest.parent().expect("blob paths have a parent"))?;
+        match std::fs::hard_link(file, &dest) {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Deletes the bytes of blob `sha256` (absent is fine).
+    pub fn remove(&self, sha256: &str) -> io::Result<()> {
+        match std::fs::remove_file(self.path(sha256)) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Checks that the blob directory is writable (for `/readyz`).
+    pub fn check(&self) -> io::Result<()> {
+        let probe = tempfile::Builder::new()
+            .prefix("ready-")
+            .tempfile_in(self.tmp_dir())?;
+        probe.close()
+    }
+}
+
+/// Whether `name` is a plain 64-digit lowercase hex digest.
+pub fn is_sha256(name: &str) -> bool {
+    name.len() == 64 && name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn place_is_idempotent_and_remove_tolerates_absence() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = BlobStore::open(dir.path()).unwrap();
+        let mut tmp = blobs.temp_file().unwrap();
+        std::io::Write::write_all(&mut tmp, b"hello").unwrap();
+        let sha = "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824";
+        blobs.place(tmp.path(), sha).unwrap();
+        blobs.place(tmp.path(), sha).unwrap();
+        assert_eq!(std::fs::read(blobs.path(sha)).unwrap(), b"hello");
+        drop(tmp);
+        assert_eq!(std::fs::read(blobs.path(sha)).unwrap(), b"hello");
+        blobs.remove(sha).unwrap();
+        blobs.remove(sha).unwrap();
+        assert!(!blobs.path(sha).exists());
+        assert!(is_sha256(sha) && !is_sha256("../etc/passwd"));
+        blobs.check().unwrap();
+    }
+}

@@ -1,0 +1,3 @@
+//! Commands that work on local files, without the server.
+
+pub mod prune;
