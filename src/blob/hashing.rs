@@ -4,34 +4,41 @@ use std::io::{self, Write};
 
 use sha2::{Digest, Sha256};
 
-/// A writer that computes the sha256 and length of everything written through it.
+/// A writer that counts, and optionally hashes (sha256), everything written through it.
 pub struct HashingWriter<W> {
     inner: W,
-    hasher: Sha256,
+    hasher: Option<Sha256>,
     len: u64,
 }
 
 impl<W: Write> HashingWriter<W> {
-    /// Wraps `inner`.
-    pub fn new(inner: W) -> Self {
+    /// Wraps `inner`, hashing when `hash` is true.
+    pub fn new(inner: W, hash: bool) -> Self {
         HashingWriter {
             inner,
-            hasher: Sha256::new(),
+            hasher: hash.then(Sha256::new),
             len: 0,
         }
     }
 
-    /// Flushes and returns the inner writer, the hex digest and the byte count.
+    /// Flushes and returns the inner writer, the hex digest (empty when not hashing)
+    /// and the byte count.
     pub fn finish(mut self) -> io::Result<(W, String, u64)> {
         self.inner.flush()?;
-        Ok((self.inner, hex::encode(self.hasher.finalize()), self.len))
+        let digest = self
+            .hasher
+            .map(|h| hex::encode(h.finalize()))
+            .unwrap_or_default();
+        Ok((self.inner, digest, self.len))
     }
 }
 
 impl<W: Write> Write for HashingWriter<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
+        if let Some(h) = &mut self.hasher {
+            h.update(&buf[..n]);
+        }
         self.len += n as u64;
         Ok(n)
     }

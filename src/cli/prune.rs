@@ -10,9 +10,10 @@ use anyhow::{bail, Context};
 use clap::Args;
 use serde_json::{json, Map, Value};
 
-use crate::engine::{prune_model_guarded, Control, EngineError, PruneOutput, SourceFile};
+use crate::engine::{
+    prune_model_guarded, Control, EngineError, EngineOptions, PruneOutput, SourceFile,
+};
 use crate::recipe::Recipe;
-use crate::tensor::HeaderLimits;
 
 /// Flags of `shears prune`. Flags override the fields of `--recipe`.
 #[derive(Args, Debug, Clone)]
@@ -144,8 +145,9 @@ pub fn run(args: &PruneArgs) -> anyhow::Result<()> {
     let ctl = Arc::new(Control::default());
     let finished = Arc::new(AtomicBool::new(false));
     let reporter = spawn_progress(ctl.clone(), finished.clone());
-    let result = pool
-        .install(|| prune_model_guarded(&files, &recipe, &scratch, &ctl, &HeaderLimits::default()));
+    let result = pool.install(|| {
+        prune_model_guarded(&files, &recipe, &scratch, &ctl, &EngineOptions::default())
+    });
     finished.store(true, Ordering::SeqCst);
     let _ = reporter.join();
     let output = match result {

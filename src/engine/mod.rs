@@ -58,6 +58,16 @@ pub struct PruneOutput {
     pub summary: FinalizeSummary,
 }
 
+/// How a run treats its output files.
+#[derive(Clone, Debug, Default)]
+pub struct EngineOptions {
+    /// Limits on the input headers.
+    pub limits: HeaderLimits,
+    /// Hash (sha256) the written files and sync them to disk before returning, as the
+    /// service needs to publish them as blobs; `shears prune` leaves both out.
+    pub durable: bool,
+}
+
 /// Why a run failed.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -81,10 +91,10 @@ pub fn prune_model_guarded(
     recipe: &Recipe,
     scratch: &Path,
     ctl: &Control,
-    limits: &HeaderLimits,
+    options: &EngineOptions,
 ) -> Result<PruneOutput, EngineError> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        prune_model(files, recipe, scratch, ctl, limits)
+        prune_model(files, recipe, scratch, ctl, options)
     }))
     .unwrap_or_else(|panic| {
         let message = panic
@@ -108,9 +118,10 @@ pub fn prune_model(
     recipe: &Recipe,
     scratch: &Path,
     ctl: &Control,
-    limits: &HeaderLimits,
+    options: &EngineOptions,
 ) -> Result<PruneOutput, EngineError> {
     let started = Instant::now();
+    let limits = &options.limits;
     let mut headers: BTreeMap<&str, Header> = BTreeMap::new();
     for f in files.iter().filter(|f| f.name.ends_with(".safetensors")) {
         let header = read_header_path(&f.path, limits)
@@ -173,7 +184,10 @@ pub fn prune_model(
             .iter()
             .map(|t| (t.name.clone(), t.dtype, t.shape.clone()))
             .collect();
-        let sink = HashingWriter::new(BufWriter::with_capacity(1 << 20, File::create(&out_path)?));
+        let sink = HashingWriter::new(
+            BufWriter::with_capacity(1 << 20, File::create(&out_path)?),
+            options.durable,
+        );
         let mut writer = SafetensorsWriter::new(sink, &entries, &metadata)
             .map_err(|e| EngineError::Io(std::io::Error::other(e.to_string())))?;
         for entry in &header.tensors {
@@ -216,7 +230,9 @@ pub fn prune_model(
             .map_err(|e| EngineError::Io(std::io::Error::other(e.to_string())))?;
         let (buffered, sha256, size) = sink.finish()?;
         let file = buffered.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
+        if options.durable {
+            file.sync_all()?;
+        }
         outputs.push(OutputFile {
             name: f.name.clone(),
             sha256,

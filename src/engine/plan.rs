@@ -152,10 +152,7 @@ impl GlobalBudgets {
                 ctl.check()?;
                 if left > 0 {
                     read(t, &mut buf)?;
-                    let here = threshold
-                        .count_ties(typed(t.entry, &mut buf)?.as_slice())
-                        .min(left);
-                    left -= here;
+                    let here = threshold.take_ties(typed(t.entry, &mut buf)?.as_slice(), &mut left);
                     ties.insert(t.entry.name.clone(), here);
                 }
                 ctl.step();

@@ -9,8 +9,6 @@ use half::{bf16, f16};
 
 /// A prunable element type.
 pub trait Element: Copy + Send + Sync + 'static {
-    /// Bits of the key (16, 32 or 64).
-    const KEY_BITS: u32;
     /// The value written for a pruned weight (+0.0).
     const ZERO: Self;
     /// The magnitude key.
@@ -27,7 +25,6 @@ pub trait Element: Copy + Send + Sync + 'static {
 }
 
 impl Element for bf16 {
-    const KEY_BITS: u32 = 16;
     const ZERO: Self = bf16::ZERO;
     #[inline(always)]
     fn key(self) -> u64 {
@@ -43,7 +40,6 @@ impl Element for bf16 {
 }
 
 impl Element for f16 {
-    const KEY_BITS: u32 = 16;
     const ZERO: Self = f16::ZERO;
     #[inline(always)]
     fn key(self) -> u64 {
@@ -59,7 +55,6 @@ impl Element for f16 {
 }
 
 impl Element for f32 {
-    const KEY_BITS: u32 = 32;
     const ZERO: Self = 0.0;
     #[inline(always)]
     fn key(self) -> u64 {
@@ -75,7 +70,6 @@ impl Element for f32 {
 }
 
 impl Element for f64 {
-    const KEY_BITS: u32 = 64;
     const ZERO: Self = 0.0;
     #[inline(always)]
     fn key(self) -> u64 {

@@ -10,7 +10,7 @@
 //! [`GlobalThreshold::needs_tie_counts`] says some but not all ties go.
 
 use super::element::{with_slice, with_slice_mut};
-use super::select::{apply, count_key, count_zeros, RadixSelect};
+use super::select::{apply, count_key, RadixSelect};
 use super::{prune_count, Element, PruneStats};
 use crate::tensor::{Dtype, TensorSlice, TensorSliceMut};
 
@@ -58,6 +58,15 @@ impl KeyKind {
             KeyKind::Native16 | KeyKind::F32 => f32::from_bits(key as u32) as f64,
             KeyKind::F64 => f64::from_bits(key),
         }
+    }
+}
+
+/// `x`, or +0 when `cut`.
+fn clear_element<T: Element>(x: T, cut: bool) -> T {
+    if cut {
+        T::ZERO
+    } else {
+        x
     }
 }
 
@@ -144,6 +153,18 @@ impl GlobalThreshold {
         with_slice!(data, d => count_key(d, key, kind.key_of()))
     }
 
+    /// This tensor's share of the ties to prune, taken from `left` (which starts at
+    /// `ties_to_prune`); call it for each target in name order. Reads the tensor only
+    /// when some but not all ties go.
+    pub fn take_ties(&self, data: TensorSlice, left: &mut u64) -> u64 {
+        if !self.needs_tie_counts() || *left == 0 {
+            return 0;
+        }
+        let here = self.count_ties(data).min(*left);
+        *left -= here;
+        here
+    }
+
     /// The threshold magnitude (`None` when nothing is pruned).
     pub fn magnitude(&self) -> Option<f64> {
         (self.k > 0).then(|| match (self.kind, self.native) {
@@ -160,7 +181,7 @@ impl GlobalThreshold {
     pub fn apply(&self, data: TensorSliceMut, ties: u64) -> PruneStats {
         let (kind, key, threshold) = (self.kind, self.key, self.magnitude());
         if self.k == 0 {
-            let zeros = with_slice!(data.as_slice(), d => count_zeros(d));
+            let zeros = with_slice!(data.as_slice(), d => count_key(d, 0, kind.key_of()));
             return PruneStats {
                 numel: data.len() as u64,
                 zeros_before: zeros,
@@ -177,7 +198,8 @@ impl GlobalThreshold {
         } else {
             (0, 0)
         };
-        let applied = with_slice_mut!(data, d => apply(d, key, ties, total, kind.key_of()));
+        let applied =
+            with_slice_mut!(data, d => apply(d, clear_element, key, ties, total, kind.key_of()));
         PruneStats {
             numel,
             zeros_before: applied.zeros_before,

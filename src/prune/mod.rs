@@ -6,6 +6,7 @@
 //! index order; zeros count among the smallest; kept weights keep their bits; pruned
 //! weights become +0.0.
 
+mod bits;
 mod element;
 mod global;
 mod magnitude;

@@ -3,8 +3,8 @@
 
 use rayon::prelude::*;
 
-use super::element::with_slice_mut;
-use super::{Element, PruneStats};
+use super::bits::{clear, key_u64, with_bits_mut, Bits};
+use super::PruneStats;
 use crate::tensor::TensorSliceMut;
 
 /// Why an N:M pattern cannot apply.
@@ -30,44 +30,82 @@ pub fn prune_n_m(
     if row_len == 0 || !row_len.is_multiple_of(m) {
         return Err(NmError::RowLength { row_len, m });
     }
-    Ok(with_slice_mut!(data, d => prune_groups(d, n, m)))
+    Ok(with_bits_mut!(data, d, magnitude => {
+        let (stats, key) = match m {
+            4 => prune_groups::<_, 4>(d, n),
+            8 => prune_groups::<_, 8>(d, n),
+            _ => prune_groups_dyn(d, n, m),
+        };
+        PruneStats { threshold: key.map(magnitude), ..stats }
+    }))
 }
 
-fn prune_groups<T: Element>(data: &mut [T], n: usize, m: usize) -> PruneStats {
-    let drop = m - n;
+/// Prunes the `m - n` smallest of a group by (key, index) rank, branch-free.
+#[inline(always)]
+fn prune_group<B: Bits>(group: &mut [B], keys: &[u64], drop: usize, max_pruned: &mut u64) {
+    for i in 0..keys.len() {
+        let ki = keys[i];
+        let mut rank = 0;
+        for (j, &kj) in keys.iter().enumerate() {
+            rank += ((kj < ki) | ((kj == ki) & (j < i))) as usize;
+        }
+        let cut = rank < drop;
+        group[i] = clear(group[i], cut);
+        *max_pruned = (*max_pruned).max(ki * cut as u64);
+    }
+}
+
+/// Groups of a size known at compile time (unrolled).
+fn prune_groups<B: Bits, const M: usize>(data: &mut [B], n: usize) -> (PruneStats, Option<u64>) {
+    run(data, M, |block, before, after, max_pruned| {
+        for group in block.chunks_exact_mut(M) {
+            let mut keys = [0u64; M];
+            for (k, &x) in keys.iter_mut().zip(group.iter()) {
+                *k = key_u64(x);
+            }
+            *before += keys.iter().filter(|&&k| k == 0).count() as u64;
+            prune_group(group, &keys, M - n, max_pruned);
+            *after += group.iter().filter(|&&x| key_u64(x) == 0).count() as u64;
+        }
+    })
+}
+
+/// Groups of any size up to 32.
+fn prune_groups_dyn<B: Bits>(data: &mut [B], n: usize, m: usize) -> (PruneStats, Option<u64>) {
+    run(data, m, |block, before, after, max_pruned| {
+        let mut keys = [0u64; 32];
+        for group in block.chunks_exact_mut(m) {
+            for (k, &x) in keys.iter_mut().zip(group.iter()) {
+                *k = key_u64(x);
+            }
+            *before += keys[..m].iter().filter(|&&k| k == 0).count() as u64;
+            prune_group(group, &keys[..m], m - n, max_pruned);
+            *after += group.iter().filter(|&&x| key_u64(x) == 0).count() as u64;
+        }
+    })
+}
+
+/// Runs `groups` over blocks of whole groups in parallel and sums the counts.
+fn run<B: Bits>(
+    data: &mut [B],
+    m: usize,
+    groups: impl Fn(&mut [B], &mut u64, &mut u64, &mut u64) + Sync,
+) -> (PruneStats, Option<u64>) {
+    let numel = data.len() as u64;
     let (zeros_before, zeros_after, max_pruned) = data
         .par_chunks_mut(m * 4096)
         .map(|block| {
-            let (mut before, mut after, mut max_pruned) = (0u64, 0u64, None::<u64>);
-            let mut keys = [0u64; 32];
-            for group in block.chunks_exact_mut(m) {
-                for (k, x) in keys.iter_mut().zip(group.iter()) {
-                    *k = x.key();
-                }
-                let keys = &keys[..m];
-                before += keys.iter().filter(|&&k| k == 0).count() as u64;
-                for i in 0..m {
-                    // Rank of element i among the group by (key, index).
-                    let ki = keys[i];
-                    let rank = keys
-                        .iter()
-                        .enumerate()
-                        .filter(|&(j, &kj)| kj < ki || (kj == ki && j < i))
-                        .count();
-                    if rank < drop {
-                        group[i] = T::ZERO;
-                        max_pruned = max_pruned.max(Some(ki));
-                    }
-                }
-                after += group.iter().filter(|x| x.key() == 0).count() as u64;
-            }
+            let (mut before, mut after, mut max_pruned) = (0, 0, 0);
+            groups(block, &mut before, &mut after, &mut max_pruned);
             (before, after, max_pruned)
         })
-        .reduce(|| (0, 0, None), |a, b| (a.0 + b.0, a.1 + b.1, a.2.max(b.2)));
-    PruneStats {
-        numel: data.len() as u64,
+        .reduce(|| (0, 0, 0), |a, b| (a.0 + b.0, a.1 + b.1, a.2.max(b.2)));
+    // Every group prunes at least one weight, so a nonempty tensor has a threshold.
+    let stats = PruneStats {
+        numel,
         zeros_before,
         zeros_after,
-        threshold: max_pruned.map(T::magnitude),
-    }
+        threshold: None,
+    };
+    (stats, (numel > 0).then_some(max_pruned))
 }

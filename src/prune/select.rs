@@ -1,10 +1,9 @@
 //! Exact selection of the k smallest magnitudes in O(n): a radix select on the key
-//! bits, 16 bits per pass, with per-thread histograms over fixed chunks (integer sums,
-//! so the result does not depend on the thread count). No sort, no copy of the tensor.
+//! bits, 16 bits per pass, with per-thread histograms (integer sums, so the result
+//! does not depend on the thread count), and the pass that applies a threshold over
+//! fixed chunks. No sort, no copy of the tensor.
 
 use rayon::prelude::*;
-
-use super::Element;
 
 /// Elements per parallel chunk (fixed, so that tie bookkeeping is deterministic).
 pub const CHUNK: usize = 1 << 16;
@@ -31,7 +30,8 @@ pub struct RadixSelect {
     rank: u64,
     /// Elements with the prefix found so far.
     bucket_count: u64,
-    hist: Vec<u64>,
+    /// One histogram per worker thread, kept across `observe` calls of a pass.
+    parts: Vec<Vec<u64>>,
 }
 
 impl RadixSelect {
@@ -44,7 +44,7 @@ impl RadixSelect {
             prefix: 0,
             rank: k - 1,
             bucket_count: 0,
-            hist: vec![0; BUCKETS],
+            parts: vec![vec![0; BUCKETS]; rayon::current_num_threads().max(1)],
         }
     }
 
@@ -54,45 +54,41 @@ impl RadixSelect {
     }
 
     /// Adds `data`'s keys (under `key_of`) to this pass's histogram.
-    pub fn observe<T: Element>(&mut self, data: &[T], key_of: impl Fn(T) -> u64 + Sync) {
+    pub fn observe<T: Copy + Send + Sync>(&mut self, data: &[T], key_of: impl Fn(T) -> u64 + Sync) {
         let shift = self.bits - DIGIT * (self.pass + 1);
         let prefix_shift = shift + DIGIT;
-        let (pass, prefix) = (self.pass, self.prefix);
-        let hist = data
-            .par_chunks(CHUNK)
-            .fold(
-                || vec![0u64; BUCKETS],
-                |mut h, chunk| {
-                    if pass == 0 {
-                        for &x in chunk {
-                            h[((key_of(x) >> shift) as usize) & (BUCKETS - 1)] += 1;
-                        }
-                    } else {
-                        for &x in chunk {
-                            let key = key_of(x);
-                            if key >> prefix_shift == prefix {
-                                h[((key >> shift) as usize) & (BUCKETS - 1)] += 1;
-                            }
+        let (first, prefix) = (self.pass == 0, self.prefix);
+        let piece = data.len().div_ceil(self.parts.len()).max(1);
+        self.parts
+            .par_iter_mut()
+            .zip(data.par_chunks(piece))
+            .for_each(|(h, chunk)| {
+                if first {
+                    for &x in chunk {
+                        h[((key_of(x) >> shift) as usize) & (BUCKETS - 1)] += 1;
+                    }
+                } else {
+                    for &x in chunk {
+                        let key = key_of(x);
+                        if key >> prefix_shift == prefix {
+                            h[((key >> shift) as usize) & (BUCKETS - 1)] += 1;
                         }
                     }
-                    h
-                },
-            )
-            .reduce(
-                || vec![0u64; BUCKETS],
-                |mut a, b| {
-                    a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
-                    a
-                },
-            );
-        self.hist.iter_mut().zip(&hist).for_each(|(x, y)| *x += y);
+                }
+            });
     }
 
     /// Chooses the bucket that holds the wanted rank and moves to the next digit.
     pub fn end_pass(&mut self) {
+        let mut hist = vec![0u64; BUCKETS];
+        for part in &mut self.parts {
+            for (total, count) in hist.iter_mut().zip(part.iter_mut()) {
+                *total += std::mem::take(count);
+            }
+        }
         let mut seen = 0u64;
         let mut bucket = BUCKETS - 1;
-        for (b, &count) in self.hist.iter().enumerate() {
+        for (b, &count) in hist.iter().enumerate() {
             if seen + count > self.rank {
                 bucket = b;
                 break;
@@ -100,10 +96,9 @@ impl RadixSelect {
             seen += count;
         }
         self.rank -= seen;
-        self.bucket_count = self.hist[bucket];
+        self.bucket_count = hist[bucket];
         self.prefix = (self.prefix << DIGIT) | bucket as u64;
         self.pass += 1;
-        self.hist.iter_mut().for_each(|h| *h = 0);
     }
 
     /// The result, once every pass is done.
@@ -117,23 +112,12 @@ impl RadixSelect {
     }
 }
 
-/// The threshold of the `k` smallest keys of `data` (k ≥ 1, k ≤ len).
-pub fn select<T: Element>(
-    data: &[T],
-    k: u64,
-    bits: u32,
-    key_of: impl Fn(T) -> u64 + Sync + Copy,
-) -> Threshold {
-    let mut radix = RadixSelect::new(bits, k);
-    while !radix.is_done() {
-        radix.observe(data, key_of);
-        radix.end_pass();
-    }
-    radix.threshold()
-}
-
 /// Counts the elements whose key equals `key`.
-pub fn count_key<T: Element>(data: &[T], key: u64, key_of: impl Fn(T) -> u64 + Sync) -> u64 {
+pub fn count_key<T: Copy + Send + Sync>(
+    data: &[T],
+    key: u64,
+    key_of: impl Fn(T) -> u64 + Sync,
+) -> u64 {
     data.par_chunks(CHUNK)
         .map(|c| c.iter().filter(|&&x| key_of(x) == key).count() as u64)
         .sum()
@@ -150,68 +134,68 @@ pub struct Applied {
 
 /// Zeroes every element whose key is below `key` and the first `ties` elements (in
 /// index order) whose key equals it. `ties_total` is how many elements of `data` have
-/// that key, or more (every tie goes when `ties >= ties_total`).
-pub fn apply<T: Element>(
+/// that key, or more (every tie goes when `ties >= ties_total`). `clear(x, cut)`
+/// returns +0 when `cut` and `x` otherwise (branch-free where it can be).
+pub fn apply<T: Copy + Send + Sync>(
     data: &mut [T],
+    clear: impl Fn(T, bool) -> T + Sync + Copy,
     key: u64,
     ties: u64,
     ties_total: u64,
     key_of: impl Fn(T) -> u64 + Sync + Copy,
 ) -> Applied {
-    let all_ties = ties >= ties_total;
-    let prune_ties_now = all_ties && ties > 0;
-    // One pass: prune what is below the threshold (and all ties when they all go),
-    // count zeros and, when only some ties go, each chunk's ties.
-    let counts: Vec<(u64, u64, u64)> = data
+    let all_ties = ties > 0 && ties >= ties_total;
+    let some_ties = ties > 0 && !all_ties;
+    // One branch-free pass: prune what is below the threshold (and every tie when all
+    // go), count zeros and each chunk's ties.
+    let counts: Vec<(u32, u32, u32)> = data
         .par_chunks_mut(CHUNK)
         .map(|chunk| {
-            let (mut zeros, mut pruned, mut tie_count) = (0u64, 0u64, 0u64);
+            let (mut zeros, mut pruned, mut tied) = (0u32, 0u32, 0u32);
             for x in chunk.iter_mut() {
                 let k = key_of(*x);
-                zeros += (x.key() == 0) as u64;
-                if k < key || (prune_ties_now && k == key) {
-                    *x = T::ZERO;
-                    pruned += 1;
-                } else if k == key {
-                    tie_count += 1;
-                }
+                zeros += (k == 0) as u32;
+                tied += (k == key) as u32;
+                let cut = (k < key) | (all_ties & (k == key));
+                pruned += cut as u32;
+                *x = clear(*x, cut);
             }
-            (zeros, pruned, tie_count)
+            (zeros, pruned, tied)
         })
         .collect();
-    if !all_ties && ties > 0 {
-        // Hand out the ties budget in chunk order, then prune that many ties per chunk.
+    let mut ties_pruned = 0;
+    if some_ties {
+        // Hand the ties budget out in chunk order; only the chunks it reaches are read.
         let mut left = ties;
         let budgets: Vec<u64> = counts
             .iter()
-            .map(|&(_, _, t)| {
-                let b = t.min(left);
+            .map(|c| {
+                let b = (c.2 as u64).min(left);
                 left -= b;
                 b
             })
             .collect();
+        ties_pruned = ties - left;
         data.par_chunks_mut(CHUNK)
             .zip(budgets.par_iter())
             .filter(|(_, &b)| b > 0)
             .for_each(|(chunk, &budget)| {
                 let mut left = budget;
                 for x in chunk.iter_mut() {
-                    if left == 0 {
-                        break;
-                    }
                     if key_of(*x) == key {
-                        *x = T::ZERO;
+                        *x = clear(*x, true);
                         left -= 1;
+                        if left == 0 {
+                            break;
+                        }
                     }
                 }
             });
     }
-    let zeros_before: u64 = counts.iter().map(|c| c.0).sum();
-    let pruned: u64 = counts.iter().map(|c| c.1).sum();
-    let ties_seen: u64 = counts.iter().map(|c| c.2).sum();
-    let ties_pruned = if all_ties { 0 } else { ties.min(ties_seen) };
-    // Zeros have the smallest key: when the threshold is above 0 they are all pruned;
-    // when it is 0, every zero is a tie and stays a zero.
+    let zeros_before: u64 = counts.iter().map(|c| c.0 as u64).sum();
+    let pruned: u64 = counts.iter().map(|c| c.1 as u64).sum();
+    // Zeros have the smallest key: with a threshold above 0 they are all pruned; with
+    // a threshold of 0 every zero is a tie and stays a zero.
     let zeros_after = if key == 0 {
         zeros_before
     } else {
@@ -221,9 +205,4 @@ pub fn apply<T: Element>(
         zeros_before,
         zeros_after,
     }
-}
-
-/// Counts elements whose key is 0 (±0.0).
-pub fn count_zeros<T: Element>(data: &[T]) -> u64 {
-    count_key(data, 0, T::key)
 }

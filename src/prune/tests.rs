@@ -162,11 +162,7 @@ proptest! {
         let mut left = th.ties_to_prune;
         let mut zeros_after = 0;
         for (b, &dt) in bufs.iter_mut().zip(&dtypes) {
-            let ties = if th.needs_tie_counts() {
-                let here = th.count_ties(view(b, dt).as_slice()).min(left);
-                left -= here;
-                here
-            } else { 0 };
+            let ties = th.take_ties(view(b, dt).as_slice(), &mut left);
             zeros_after += th.apply(view(b, dt), ties).zeros_after;
         }
         let mut expected_zeros = 0;
@@ -226,22 +222,35 @@ fn random_masks_differ_by_seed_and_stream() {
 
 #[test]
 fn large_tensors_cross_chunks() {
-    // More elements than a chunk, few distinct values: ties span many chunks.
+    // More elements than a chunk. Few distinct values: ties span many chunks (the
+    // sampled bracket holds too many keys and the radix select takes over). Spread
+    // values: the sampled bracket finds the threshold.
     let n = 3 * select::CHUNK + 123;
-    let vals: Vec<f64> = (0..n).map(|i| ((i * 7919) % 13) as f64 - 6.0).collect();
-    for dtype in DTYPES {
-        for s in [0.1, 0.5, 0.77] {
-            let mut b = buf(dtype, &vals);
-            let before = elements(&b, dtype);
-            let keys: Vec<u64> = before.iter().map(|&x| key(x, dtype)).collect();
-            prune_tensor(view(&mut b, dtype), s);
-            let k = prune_count(s, n as u64) as usize;
-            assert_eq!(
-                elements(&b, dtype),
-                masked(&before, &naive_mask(&keys, k)),
-                "{dtype:?} {s}"
-            );
-        }
+    let tied: Vec<f64> = (0..n).map(|i| ((i * 7919) % 13) as f64 - 6.0).collect();
+    let mut state = 7u64;
+    let spread: Vec<f64> = (0..n)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 11) as f64 / (1u64 << 53) as f64 - 0.5
+        })
+        .collect();
+    for (vals, dtype, s) in DTYPES
+        .into_iter()
+        .flat_map(|d| [0.0005, 0.1, 0.5, 0.77, 0.9995].map(|s| (d, s)))
+        .flat_map(|(d, s)| [(&tied, d, s), (&spread, d, s)])
+    {
+        let mut b = buf(dtype, vals);
+        let before = elements(&b, dtype);
+        let keys: Vec<u64> = before.iter().map(|&x| key(x, dtype)).collect();
+        prune_tensor(view(&mut b, dtype), s);
+        let k = prune_count(s, n as u64) as usize;
+        assert_eq!(
+            elements(&b, dtype),
+            masked(&before, &naive_mask(&keys, k)),
+            "{dtype:?} {s}"
+        );
     }
 }
 

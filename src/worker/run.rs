@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, watch};
 
 use super::Workers;
-use crate::engine::{prune_model_guarded, Control, EngineError, PruneOutput, SourceFile};
+use crate::engine::{
+    prune_model_guarded, Control, EngineError, EngineOptions, PruneOutput, SourceFile,
+};
 use crate::recipe::Recipe;
 use crate::store::{ClaimedJob, Completion, JobError, NewFile, OutputModel, Progress, StoreError};
 
@@ -49,10 +51,13 @@ impl Workers {
                 let ctl = Arc::new(Control::default());
                 let (tx, mut rx) = oneshot::channel();
                 {
-                    let (ctl, scratch, limits) =
-                        (ctl.clone(), scratch.clone(), self.header_limits.clone());
+                    let (ctl, scratch) = (ctl.clone(), scratch.clone());
+                    let options = EngineOptions {
+                        limits: self.header_limits.clone(),
+                        durable: true,
+                    };
                     self.pool.spawn(move || {
-                        let result = prune_model_guarded(&files, &recipe, &scratch, &ctl, &limits);
+                        let result = prune_model_guarded(&files, &recipe, &scratch, &ctl, &options);
                         let _ = tx.send(result);
                     });
                 }
