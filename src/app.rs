@@ -162,7 +162,8 @@ pub async fn work(store_args: &StoreArgs, args: &WorkerArgs) -> anyhow::Result<R
     })
 }
 
-/// Removes models left `uploading` longer than `ttl`, with their blobs.
+/// Removes models left `uploading` longer than `ttl` with their blobs, and temporary
+/// or scratch files that a crashed process left behind for as long.
 async fn janitor(store: Store, blobs: BlobStore, ttl: Duration, mut stop: watch::Receiver<bool>) {
     let period = (ttl / 10).clamp(Duration::from_millis(200), Duration::from_secs(60));
     loop {
@@ -178,6 +179,7 @@ async fn janitor(store: Store, blobs: BlobStore, ttl: Duration, mut stop: watch:
                 continue;
             }
         };
+        remove_leftovers(&store, &blobs, ttl).await;
         for (tenant, id) in stale {
             match store.delete_model(tenant, id).await {
                 Ok(shas) => {
@@ -189,6 +191,34 @@ async fn janitor(store: Store, blobs: BlobStore, ttl: Duration, mut stop: watch:
                 Err(err) => {
                     tracing::warn!(model_id = %id, %err, "could not remove an abandoned upload")
                 }
+            }
+        }
+    }
+}
+
+/// Removes upload temporaries and scratch folders that dead processes left behind:
+/// a scratch folder goes once its job attempt is no longer running.
+async fn remove_leftovers(store: &Store, blobs: &BlobStore, age: Duration) {
+    let scan = blobs.clone();
+    let found = tokio::task::spawn_blocking(move || {
+        let uploads = scan.remove_stale_uploads(age)?;
+        Ok::<_, std::io::Error>((uploads, scan.stale_scratch(age)?))
+    })
+    .await;
+    let Ok(Ok((uploads, scratch))) = found else {
+        tracing::warn!("could not scan for leftover temporary files");
+        return;
+    };
+    if uploads > 0 {
+        tracing::info!(
+            files = uploads,
+            "removed upload temporaries left by an interrupted process"
+        );
+    }
+    for (path, job, attempt) in scratch {
+        if let Ok(false) = store.attempt_running(job, attempt).await {
+            if std::fs::remove_dir_all(&path).is_ok() {
+                tracing::info!(%job, attempt, "removed the scratch folder of an ended job attempt");
             }
         }
     }

@@ -11,6 +11,7 @@ pub use hashing::{HashingWriter, SinkError, UploadSink, Uploaded};
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use uuid::Uuid;
 
@@ -83,6 +84,33 @@ impl BlobStore {
         }
     }
 
+    /// Removes upload temporaries untouched for `age` (left by a process that died);
+    /// returns how many it removed.
+    pub fn remove_stale_uploads(&self, age: Duration) -> io::Result<usize> {
+        let mut removed = 0;
+        for (path, _) in entries_older_than(&self.tmp_dir(), age)? {
+            if std::fs::remove_file(path).is_ok() {
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Scratch folders untouched for `age`, with the job and attempt they belong to.
+    pub fn stale_scratch(&self, age: Duration) -> io::Result<Vec<(PathBuf, Uuid, i32)>> {
+        Ok(entries_older_than(&self.root.join("scratch"), age)?
+            .into_iter()
+            .filter_map(|(path, name)| {
+                let (job, attempt) = name.rsplit_once('-')?;
+                Some((
+                    path.clone(),
+                    Uuid::parse_str(job).ok()?,
+                    attempt.parse().ok()?,
+                ))
+            })
+            .collect())
+    }
+
     /// Checks that the blob directory is writable (for `/readyz`).
     pub fn check(&self) -> io::Result<()> {
         let probe = tempfile::Builder::new()
@@ -90,6 +118,21 @@ impl BlobStore {
             .tempfile_in(self.tmp_dir())?;
         probe.close()
     }
+}
+
+/// Entries of `dir` (path and file name) not modified for `age`.
+fn entries_older_than(dir: &Path, age: Duration) -> io::Result<Vec<(PathBuf, String)>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.metadata()?.modified()?.elapsed().unwrap_or_default() >= age {
+            out.push((
+                entry.path(),
+                entry.file_name().to_string_lossy().into_owned(),
+            ));
+        }
+    }
+    Ok(out)
 }
 
 /// Whether `name` is a plain 64-digit lowercase hex digest.
@@ -118,5 +161,36 @@ mod tests {
         assert!(!blobs.path(sha).exists());
         assert!(is_sha256(sha) && !is_sha256("../etc/passwd"));
         blobs.check().unwrap();
+    }
+
+    #[test]
+    fn stale_leftovers_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = BlobStore::open(dir.path()).unwrap();
+        let (_, kept) = blobs.temp_file().unwrap().keep().unwrap();
+        let job = Uuid::now_v7();
+        let scratch = blobs.scratch_dir(job, 2).unwrap();
+        assert_eq!(
+            blobs
+                .remove_stale_uploads(Duration::from_secs(3600))
+                .unwrap(),
+            0
+        );
+        assert!(blobs
+            .stale_scratch(Duration::from_secs(3600))
+            .unwrap()
+            .is_empty());
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(
+            blobs
+                .remove_stale_uploads(Duration::from_millis(10))
+                .unwrap(),
+            1
+        );
+        assert!(!kept.exists());
+        assert_eq!(
+            blobs.stale_scratch(Duration::from_millis(10)).unwrap(),
+            vec![(scratch, job, 2)]
+        );
     }
 }

@@ -45,20 +45,33 @@ impl KeyKind {
         }
     }
 
-    fn key_of<T: Element>(self) -> fn(T) -> u64 {
-        match self {
-            KeyKind::Native16 => T::key,
-            KeyKind::F32 => T::f32_key,
-            KeyKind::F64 => T::f64_key,
-        }
-    }
-
     fn magnitude(self, key: u64) -> f64 {
         match self {
             KeyKind::Native16 | KeyKind::F32 => f32::from_bits(key as u32) as f64,
             KeyKind::F64 => f64::from_bits(key),
         }
     }
+}
+
+/// Runs `$body` with `$key` bound to the key function of `$kind` (a closure the kernels
+/// inline, rather than a function pointer called per element).
+macro_rules! with_key {
+    ($kind:expr, $key:ident => $body:expr) => {
+        match $kind {
+            KeyKind::Native16 => {
+                let $key = |x| Element::key(x);
+                $body
+            }
+            KeyKind::F32 => {
+                let $key = |x| Element::f32_key(x);
+                $body
+            }
+            KeyKind::F64 => {
+                let $key = |x| Element::f64_key(x);
+                $body
+            }
+        }
+    };
 }
 
 /// `x`, or +0 when `cut`.
@@ -102,7 +115,7 @@ impl GlobalSelector {
     pub fn observe(&mut self, data: TensorSlice) {
         let kind = self.kind;
         if let Some(radix) = &mut self.radix {
-            with_slice!(data, d => radix.observe(d, kind.key_of()));
+            with_slice!(data, d => with_key!(kind, key_of => radix.observe(d, key_of)));
         }
     }
 
@@ -150,7 +163,7 @@ impl GlobalThreshold {
     /// Ties at the threshold in one tensor.
     pub fn count_ties(&self, data: TensorSlice) -> u64 {
         let (kind, key) = (self.kind, self.key);
-        with_slice!(data, d => count_key(d, key, kind.key_of()))
+        with_slice!(data, d => with_key!(kind, key_of => count_key(d, key, key_of)))
     }
 
     /// This tensor's share of the ties to prune, taken from `left` (which starts at
@@ -181,7 +194,7 @@ impl GlobalThreshold {
     pub fn apply(&self, data: TensorSliceMut, ties: u64) -> PruneStats {
         let (kind, key, threshold) = (self.kind, self.key, self.magnitude());
         if self.k == 0 {
-            let zeros = with_slice!(data.as_slice(), d => count_key(d, 0, kind.key_of()));
+            let zeros = with_slice!(data.as_slice(), d => with_key!(kind, key_of => count_key(d, 0, key_of)));
             return PruneStats {
                 numel: data.len() as u64,
                 zeros_before: zeros,
@@ -198,8 +211,7 @@ impl GlobalThreshold {
         } else {
             (0, 0)
         };
-        let applied =
-            with_slice_mut!(data, d => apply(d, clear_element, key, ties, total, kind.key_of()));
+        let applied = with_slice_mut!(data, d => with_key!(kind, key_of => apply(d, clear_element, key, ties, total, key_of)));
         PruneStats {
             numel,
             zeros_before: applied.zeros_before,

@@ -59,20 +59,35 @@ impl RadixSelect {
         let prefix_shift = shift + DIGIT;
         let (first, prefix) = (self.pass == 0, self.prefix);
         let piece = data.len().div_ceil(self.parts.len()).max(1);
+        let bucket = move |x: T| -> Option<usize> {
+            let key = key_of(x);
+            (first || key >> prefix_shift == prefix)
+                .then_some(((key >> shift) as usize) & (BUCKETS - 1))
+        };
         self.parts
             .par_iter_mut()
             .zip(data.par_chunks(piece))
-            .for_each(|(h, chunk)| {
-                if first {
-                    for &x in chunk {
-                        h[((key_of(x) >> shift) as usize) & (BUCKETS - 1)] += 1;
-                    }
-                } else {
-                    for &x in chunk {
-                        let key = key_of(x);
-                        if key >> prefix_shift == prefix {
-                            h[((key >> shift) as usize) & (BUCKETS - 1)] += 1;
+            .for_each(|(total, chunk)| {
+                // Four interleaved counters per bucket: runs of equal keys (common in
+                // weights) do not wait on the previous increment of the same counter.
+                let mut lanes = vec![[0u32; 4]; BUCKETS];
+                for group in chunk.chunks(4 * (u32::MAX as usize / 4)) {
+                    let mut quads = group.chunks_exact(4);
+                    for q in &mut quads {
+                        for (lane, &x) in q.iter().enumerate() {
+                            if let Some(b) = bucket(x) {
+                                lanes[b][lane] += 1;
+                            }
                         }
+                    }
+                    for &x in quads.remainder() {
+                        if let Some(b) = bucket(x) {
+                            lanes[b][0] += 1;
+                        }
+                    }
+                    for (t, l) in total.iter_mut().zip(lanes.iter_mut()) {
+                        *t += l.iter().map(|&c| c as u64).sum::<u64>();
+                        *l = [0; 4];
                     }
                 }
             });

@@ -447,6 +447,20 @@ impl Store {
         }))
     }
 
+    /// Whether attempt `attempt` of job `id` (of any tenant) is still running.
+    pub async fn attempt_running(&self, id: Uuid, attempt: i32) -> StoreResult<bool> {
+        let found: Option<Uuid> = dispatch!(self, pool => {
+            sqlx::query_scalar(
+                "SELECT id FROM jobs WHERE id = $1 AND attempts = $2 AND status = 'running'",
+            )
+            .bind(id)
+            .bind(attempt)
+            .fetch_optional(pool)
+            .await?
+        });
+        Ok(found.is_some())
+    }
+
     /// How many jobs are in each status, across tenants (for `/metrics`).
     pub async fn job_counts(&self) -> StoreResult<Vec<(String, i64)>> {
         Ok(dispatch!(self, pool => {
