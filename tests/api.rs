@@ -539,7 +539,102 @@ async fn operations_endpoints(db: Db) {
     app.stop().await;
 }
 
+/// Queues a job on a model big enough to still be running a moment later; returns
+/// its id once it runs.
+async fn start_long_job(app: &common::TestApp) -> String {
+    let tensors: Vec<Tensor> = (0..12)
+        .map(|i| {
+            Tensor::new(
+                &format!("model.layers.{i}.mlp.up_proj.weight"),
+                "F32",
+                &[2048, 1024],
+                i,
+            )
+        })
+        .collect();
+    let files = vec![("model.safetensors".to_string(), safetensors(&tensors, None))];
+    let model: Value = app
+        .upload_multipart("big", &files)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let body = json!({"model_id": model["id"], "recipe": {"sparsity": 0.5}});
+    let job: Value = app.post_json("/v1/jobs", &body).await.json().await.unwrap();
+    let id = job["id"].as_str().unwrap().to_string();
+    for _ in 0..200 {
+        if app.get_json(&format!("/v1/jobs/{id}")).await["status"] == "running" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    id
+}
+
+async fn cancel_a_running_job(db: Db) {
+    let options = Options {
+        max_upload_bytes: 1 << 30,
+        ..Options::default()
+    };
+    let Some(app) = spawn_app(db, options).await else {
+        return;
+    };
+    let id = start_long_job(&app).await;
+    let resp = app
+        .client
+        .post(app.url(&format!("/v1/jobs/{id}/cancel")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let job = app.wait_job(&id).await;
+    assert_eq!(job["status"], "cancelled", "{job}");
+    assert!(job["output_model_id"].is_null());
+    assert_eq!(
+        app.get_json("/v1/models").await["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1,
+        "no output model"
+    );
+    assert!(app.files_under("scratch").is_empty());
+    app.stop().await;
+}
+
+async fn shutdown_returns_a_running_job_to_the_queue(db: Db) {
+    let options = Options {
+        shutdown_grace: Duration::ZERO,
+        max_upload_bytes: 1 << 30,
+        ..Options::default()
+    };
+    let Some(mut app) = spawn_app(db, options).await else {
+        return;
+    };
+    let id = start_long_job(&app).await;
+    let running = app.running.take().unwrap();
+    let store = running.store.clone();
+    running.shutdown().await;
+    let job = store
+        .get_job(shears::store::DEFAULT_TENANT, id.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (job.status.as_str(), job.attempts),
+        ("queued", 0),
+        "released without counting the attempt"
+    );
+    assert!(job.output_model_id.is_none());
+    assert!(
+        app.files_under("scratch").is_empty(),
+        "the attempt's scratch area is removed"
+    );
+}
+
 both_stores!(
+    cancel_a_running_job,
+    shutdown_returns_a_running_job_to_the_queue,
     errors_are_problems,
     idempotency_and_cancel,
     pagination_newest_first,

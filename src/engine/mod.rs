@@ -300,5 +300,10 @@ fn totals(
         "files_shared": outputs.len() - rewritten.len(),
         "left_dense_incompatible": incompatible.iter().map(|t| t.entry.name.clone()).collect::<Vec<_>>(),
         "wall_seconds": started.elapsed().as_secs_f64(),
+        // Provenance: the input files (digests are known for stored models).
+        "input_files": inputs
+            .iter()
+            .map(|f| json!({"name": f.name, "size": f.size, "sha256": (!f.sha256.is_empty()).then_some(&f.sha256)}))
+            .collect::<Vec<_>>(),
     })
 }

@@ -147,14 +147,15 @@ impl Workers {
                         }
                         Err(err) => tracing::warn!(%err, "heartbeat failed; will retry"),
                     }
-                    if grace.is_some_and(|deadline| tokio::time::Instant::now() >= deadline) {
-                        release = true;
-                        ctl.cancel();
-                    }
                 }
                 _ = shutdown.changed(), if grace.is_none() => {
                     tracing::info!(grace = ?self.args.shutdown_grace, "shutting down: the running job may finish within the grace period");
                     grace = Some(tokio::time::Instant::now() + self.args.shutdown_grace);
+                }
+                _ = tokio::time::sleep_until(grace.unwrap_or_else(tokio::time::Instant::now)), if grace.is_some() && !release => {
+                    tracing::info!("grace period over: the job goes back to the queue");
+                    release = true;
+                    ctl.cancel();
                 }
             }
         }

@@ -32,6 +32,7 @@ pub struct Options {
     pub workers: usize,
     pub max_upload_bytes: u64,
     pub upload_ttl: Duration,
+    pub shutdown_grace: Duration,
 }
 
 impl Default for Options {
@@ -40,6 +41,7 @@ impl Default for Options {
             workers: 1,
             max_upload_bytes: 64 << 20,
             upload_ttl: Duration::from_secs(3600),
+            shutdown_grace: Duration::from_secs(5),
         }
     }
 }
@@ -117,7 +119,7 @@ pub async fn spawn_app(db: Db, options: Options) -> Option<TestApp> {
             threads: 2,
             lease_secs: 30,
             poll: Duration::from_millis(100),
-            shutdown_grace: Duration::from_secs(5),
+            shutdown_grace: options.shutdown_grace,
         },
     };
     let running = shears::app::serve(&store, &serve)
