@@ -71,36 +71,12 @@ async fn errors_are_problems(db: Db) {
             .await;
         assert_problem(resp, 422, "file name").await;
     }
-    let model: Value = app
-        .post_json("/v1/models", &json!({"name": "m"}))
-        .await
-        .json()
-        .await
-        .unwrap();
-    let id = model["id"].as_str().unwrap();
-    let resp = app
-        .client
-        .put(app.url(&format!("/v1/models/{id}/files/sub%2Fx.json")))
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
+    let id = &app.create_model("m").await;
+    let resp = app.put_file(id, "sub%2Fx.json", "{}").await;
     assert_problem(resp, 422, "flat").await;
-    let resp = app
-        .client
-        .put(app.url(&format!("/v1/models/{id}/files/..%2F..%2Fx")))
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
+    let resp = app.put_file(id, "..%2F..%2Fx", "{}").await;
     assert_eq!(resp.status(), 422);
-    let resp = app
-        .client
-        .put(app.url(&format!("/v1/models/{id}/files/a%01b")))
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
+    let resp = app.put_file(id, "a%01b", "{}").await;
     assert_problem(resp, 422, "control").await;
     // Finalize without weights.
     let resp = app
@@ -112,13 +88,7 @@ async fn errors_are_problems(db: Db) {
     assert_problem(resp, 422, ".safetensors").await;
 
     // 413 over the upload limit, for PUT and multipart; nothing remains.
-    let resp = app
-        .client
-        .put(app.url(&format!("/v1/models/{id}/files/big.bin")))
-        .body(vec![0u8; 5000])
-        .send()
-        .await
-        .unwrap();
+    let resp = app.put_file(id, "big.bin", vec![0u8; 5000]).await;
     assert_problem(resp, 413, "limit").await;
     let resp = app
         .upload_multipart("big", &[("big.bin".into(), vec![0u8; 5000])])
@@ -154,13 +124,7 @@ async fn errors_are_problems(db: Db) {
         .await
         .unwrap();
     let rid = ready["id"].as_str().unwrap();
-    let resp = app
-        .client
-        .put(app.url(&format!("/v1/models/{rid}/files/x.json")))
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
+    let resp = app.put_file(rid, "x.json", "{}").await;
     assert_problem(resp, 409, "ready").await;
     let resp = app
         .client
@@ -407,20 +371,8 @@ async fn interrupted_put_leaves_nothing(db: Db) {
     else {
         return;
     };
-    let model: Value = app
-        .post_json("/v1/models", &json!({"name": "m"}))
-        .await
-        .json()
-        .await
-        .unwrap();
-    let id = model["id"].as_str().unwrap();
-    let resp = app
-        .client
-        .put(app.url(&format!("/v1/models/{id}/files/config.json")))
-        .body("{\"a\": 1}")
-        .send()
-        .await
-        .unwrap();
+    let id = &app.create_model("m").await;
+    let resp = app.put_file(id, "config.json", "{\"a\": 1}").await;
     assert_eq!(resp.status(), 201);
     let before = app.get_json(&format!("/v1/models/{id}")).await;
     // A body that breaks off half way through.
@@ -474,20 +426,8 @@ async fn abandoned_uploads_expire(db: Db) {
     else {
         return;
     };
-    let model: Value = app
-        .post_json("/v1/models", &json!({"name": "m"}))
-        .await
-        .json()
-        .await
-        .unwrap();
-    let id = model["id"].as_str().unwrap();
-    let resp = app
-        .client
-        .put(app.url(&format!("/v1/models/{id}/files/a.bin")))
-        .body(vec![7u8; 100])
-        .send()
-        .await
-        .unwrap();
+    let id = &app.create_model("m").await;
+    let resp = app.put_file(id, "a.bin", vec![7u8; 100]).await;
     assert_eq!(resp.status(), 201);
     assert_eq!(app.files_under("blobs").len(), 1);
     let mut gone = false;

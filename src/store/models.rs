@@ -97,6 +97,32 @@ macro_rules! set_summary {
 }
 pub(crate) use set_summary;
 
+/// Locks model `$id` of `$tenant` inside a transaction and checks that it is still
+/// `uploading`. Touching the row takes the write lock (SQLite) or the row lock
+/// (Postgres), so concurrent puts, finalizes and deletes of one model are ordered.
+macro_rules! lock_uploading {
+    ($tx:expr, $tenant:expr, $id:expr, $now:expr) => {{
+        let status: Option<String> = sqlx::query_scalar(
+            "UPDATE models SET updated_at = $3 WHERE tenant_id = $1 AND id = $2 RETURNING status",
+        )
+        .bind($tenant)
+        .bind($id)
+        .bind($now)
+        .fetch_optional(&mut *$tx)
+        .await?;
+        match status.as_deref() {
+            None => return Err(StoreError::NotFound),
+            Some(model_status::UPLOADING) => {}
+            Some(other) => {
+                return Err(StoreError::Conflict(format!(
+                    "model {} is {other}: its files can no longer change; upload to a new model instead",
+                    $id
+                )))
+            }
+        }
+    }};
+}
+
 impl Store {
     /// Creates an empty model in status `uploading`.
     pub async fn create_model(&self, tenant: Uuid, name: &str) -> StoreResult<ModelRow> {
@@ -227,26 +253,7 @@ impl Store {
         let now = now_ms();
         dispatch!(self, pool => {
             let mut tx = pool.begin().await?;
-            // Touch the row first: this takes the write lock (SQLite) or the row lock
-            // (Postgres) so that a concurrent finalize or delete is ordered with this put.
-            let status: Option<String> = sqlx::query_scalar(
-                "UPDATE models SET updated_at = $3 WHERE tenant_id = $1 AND id = $2 RETURNING status",
-            )
-            .bind(tenant)
-            .bind(model_id)
-            .bind(now)
-            .fetch_optional(&mut *tx)
-            .await?;
-            match status.as_deref() {
-                None => return Err(StoreError::NotFound),
-                Some(model_status::UPLOADING) => {}
-                Some(other) => {
-                    return Err(StoreError::Conflict(format!(
-                        "model {model_id} is {other}: its files can no longer change; \
-                         upload to a new model instead"
-                    )))
-                }
-            }
+            lock_uploading!(tx, tenant, model_id, now);
             let old: Option<String> = sqlx::query_scalar(
                 "DELETE FROM model_files WHERE model_id = $1 AND name = $2 RETURNING sha256",
             )
@@ -272,21 +279,7 @@ impl Store {
         let now = now_ms();
         dispatch!(self, pool => {
             let mut tx = pool.begin().await?;
-            let status: Option<String> = sqlx::query_scalar(
-                "UPDATE models SET updated_at = $3 WHERE tenant_id = $1 AND id = $2 RETURNING status",
-            )
-            .bind(tenant)
-            .bind(model_id)
-            .bind(now)
-            .fetch_optional(&mut *tx)
-            .await?;
-            match status.as_deref() {
-                None => return Err(StoreError::NotFound),
-                Some(model_status::UPLOADING) => {}
-                Some(other) => {
-                    return Err(StoreError::Conflict(format!("model {model_id} is already {other}")))
-                }
-            }
+            lock_uploading!(tx, tenant, model_id, now);
             // The files must be the ones that were validated: a concurrent PUT would
             // otherwise slip an unchecked file into a ready model.
             let files: Vec<FileRow> = sqlx::query_as(

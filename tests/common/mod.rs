@@ -179,23 +179,40 @@ impl TestApp {
             .unwrap()
     }
 
-    /// Uploads `files` with create + PUT per file + finalize; returns the model.
-    pub async fn upload_put(&self, name: &str, files: &[(String, Vec<u8>)]) -> Value {
+    /// Creates an empty model; returns its id.
+    pub async fn create_model(&self, name: &str) -> String {
         let resp = self
             .post_json("/v1/models", &serde_json::json!({"name": name}))
             .await;
         assert_eq!(resp.status(), 201);
         let model: Value = resp.json().await.unwrap();
-        let id = model["id"].as_str().unwrap();
+        model["id"].as_str().unwrap().to_string()
+    }
+
+    /// PUTs one file (`name` is used in the URL as given) into model `id`.
+    pub async fn put_file(
+        &self,
+        id: &str,
+        name: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::Response {
+        self.client
+            .put(self.url(&format!("/v1/models/{id}/files/{name}")))
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Uploads `files` with create + PUT per file + finalize; returns the model.
+    pub async fn upload_put(&self, name: &str, files: &[(String, Vec<u8>)]) -> Value {
+        let id = self.create_model(name).await;
         for (file, bytes) in files {
-            let resp = self
-                .client
-                .put(self.url(&format!("/v1/models/{id}/files/{file}")))
-                .body(bytes.clone())
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(resp.status(), 201, "PUT {file}");
+            assert_eq!(
+                self.put_file(&id, file, bytes.clone()).await.status(),
+                201,
+                "PUT {file}"
+            );
         }
         let resp = self
             .client
