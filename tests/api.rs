@@ -117,12 +117,7 @@ async fn errors_are_problems(db: Db) {
             None,
         ),
     )];
-    let ready: Value = app
-        .upload_multipart("ok", &files)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let ready: Value = app.upload_model("ok", &files).await;
     let rid = ready["id"].as_str().unwrap();
     let resp = app.put_file(rid, "x.json", "{}").await;
     assert_problem(resp, 409, "ready").await;
@@ -195,12 +190,7 @@ async fn idempotency_and_cancel(db: Db) {
     else {
         return;
     };
-    let model: Value = app
-        .upload_multipart("m", &single_file_model("BF16"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let model: Value = app.upload_model("m", &single_file_model("BF16")).await;
     let body = json!({"model_id": model["id"], "recipe": {"method": "magnitude", "sparsity": 0.5}});
     let post = |key: &'static str, body: Value| {
         let req = app
@@ -311,21 +301,10 @@ async fn events_stream_progress_then_end(db: Db) {
     let Some(app) = spawn_app(db, Options::default()).await else {
         return;
     };
-    let model: Value = app
-        .upload_multipart("m", &single_file_model("F32"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let model: Value = app.upload_model("m", &single_file_model("F32")).await;
     let job: Value = app
-        .post_json(
-            "/v1/jobs",
-            &json!({"model_id": model["id"], "recipe": {"sparsity": 0.5}}),
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
+        .queue_job(&json!({"model_id": model["id"], "recipe": {"sparsity": 0.5}}))
+        .await;
     let resp = app
         .get(&format!("/v1/jobs/{}/events", job["id"].as_str().unwrap()))
         .await;
@@ -449,21 +428,10 @@ async fn operations_endpoints(db: Db) {
     };
     assert_eq!(app.get_json("/healthz").await["status"], "ok");
     assert_eq!(app.get_json("/readyz").await["status"], "ready");
-    let model: Value = app
-        .upload_multipart("m", &single_file_model("BF16"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let model: Value = app.upload_model("m", &single_file_model("BF16")).await;
     let job: Value = app
-        .post_json(
-            "/v1/jobs",
-            &json!({"model_id": model["id"], "recipe": {"sparsity": 0.5}}),
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
+        .queue_job(&json!({"model_id": model["id"], "recipe": {"sparsity": 0.5}}))
+        .await;
     app.wait_job(job["id"].as_str().unwrap()).await;
     let resp = app.get("/metrics").await;
     assert_eq!(resp.status(), 200);
@@ -493,12 +461,7 @@ async fn start_long_job(app: &common::TestApp) -> String {
         })
         .collect();
     let files = vec![("model.safetensors".to_string(), safetensors(&tensors, None))];
-    let model: Value = app
-        .upload_multipart("big", &files)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let model: Value = app.upload_model("big", &files).await;
     let body = json!({"model_id": model["id"], "recipe": {"sparsity": 0.5}});
     let job: Value = app.post_json("/v1/jobs", &body).await.json().await.unwrap();
     let id = job["id"].as_str().unwrap().to_string();

@@ -306,12 +306,7 @@ async fn methods_and_patterns(db: Db) {
         return;
     };
     let files = single_file_model("F32");
-    let model: Value = app
-        .upload_multipart("tiny", &files)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let model: Value = app.upload_model("tiny", &files).await;
     let recipes = [
         json!({"pattern": "2:4"}),
         json!({"sparsity": 0.5, "scope": "global"}),

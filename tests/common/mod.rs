@@ -179,6 +179,20 @@ impl TestApp {
             .unwrap()
     }
 
+    /// Uploads `files` in one multipart request; returns the ready model.
+    pub async fn upload_model(&self, name: &str, files: &[(String, Vec<u8>)]) -> Value {
+        let resp = self.upload_multipart(name, files).await;
+        assert_eq!(resp.status(), 201);
+        resp.json().await.unwrap()
+    }
+
+    /// Queues a job with `body` (`{model_id, recipe}`); returns the job.
+    pub async fn queue_job(&self, body: &Value) -> Value {
+        let resp = self.post_json("/v1/jobs", body).await;
+        assert_eq!(resp.status(), 202, "{body}");
+        resp.json().await.unwrap()
+    }
+
     /// Creates an empty model; returns its id.
     pub async fn create_model(&self, name: &str) -> String {
         let resp = self
