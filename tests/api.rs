@@ -9,6 +9,7 @@ use common::model::{safetensors, single_file_model, Tensor};
 use common::{spawn_app, Db, Options};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
+use sha2::Digest;
 
 async fn assert_problem(resp: reqwest::Response, status: u16, needle: &str) -> Value {
     let got = resp.status();
@@ -536,6 +537,7 @@ async fn shutdown_returns_a_running_job_to_the_queue(db: Db) {
 }
 
 both_stores!(
+    datasets,
     cancel_a_running_job,
     shutdown_returns_a_running_job_to_the_queue,
     errors_are_problems,
@@ -546,3 +548,112 @@ both_stores!(
     abandoned_uploads_expire,
     operations_endpoints,
 );
+
+async fn datasets(db: Db) {
+    let options = Options {
+        workers: 0,
+        max_upload_bytes: 1 << 20,
+        ..Options::default()
+    };
+    let Some(app) = spawn_app(db, options).await else {
+        return;
+    };
+    let text = "In the beginning was the word. Ünïcode too.\n".repeat(100);
+    let resp = app
+        .client
+        .post(app.url("/v1/datasets?name=calib"))
+        .header("content-type", "text/plain")
+        .body(text.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let raw: Value = resp.json().await.unwrap();
+    assert_eq!(raw["name"], "calib");
+    assert_eq!(raw["bytes"], text.len());
+    assert_eq!(
+        raw["sha256"],
+        hex::encode(sha2::Sha256::digest(text.as_bytes()))
+    );
+    let form = reqwest::multipart::Form::new().text("name", "eval").part(
+        "file",
+        reqwest::multipart::Part::bytes(b"other text".to_vec()).file_name("eval.txt"),
+    );
+    let resp = app
+        .client
+        .post(app.url("/v1/datasets"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let multi: Value = resp.json().await.unwrap();
+    assert_eq!(
+        (multi["name"].as_str(), multi["bytes"].as_u64()),
+        (Some("eval"), Some(10))
+    );
+    let id = raw["id"].as_str().unwrap();
+    assert_eq!(
+        app.get_json(&format!("/v1/datasets/{id}")).await["sha256"],
+        raw["sha256"]
+    );
+    let list = app.get_json("/v1/datasets?limit=1").await;
+    assert_eq!(list["items"][0]["id"], multi["id"], "newest first");
+    let next = list["next_cursor"].as_str().unwrap();
+    assert_eq!(
+        app.get_json(&format!("/v1/datasets?limit=1&cursor={next}"))
+            .await["items"][0]["id"],
+        raw["id"]
+    );
+
+    // Bad text is refused and leaves nothing.
+    let blobs_before = app.files_under("blobs").len();
+    let resp = app
+        .client
+        .post(app.url("/v1/datasets"))
+        .body(b"ok then \xff\xfe".to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_problem(resp, 422, "byte 8").await;
+    assert_problem(
+        app.client
+            .post(app.url("/v1/datasets"))
+            .body("")
+            .send()
+            .await
+            .unwrap(),
+        422,
+        "empty",
+    )
+    .await;
+    assert_problem(
+        app.client
+            .post(app.url("/v1/datasets"))
+            .body(vec![b'a'; 2 << 20])
+            .send()
+            .await
+            .unwrap(),
+        413,
+        "limit",
+    )
+    .await;
+    assert_eq!(app.files_under("blobs").len(), blobs_before);
+    assert!(app.files_under("tmp").is_empty());
+    assert_problem(app.get("/v1/datasets/nope").await, 404, "dataset").await;
+
+    let resp = app
+        .client
+        .delete(app.url(&format!("/v1/datasets/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+    assert_eq!(app.get(&format!("/v1/datasets/{id}")).await.status(), 404);
+    assert_eq!(
+        app.files_under("blobs").len(),
+        blobs_before - 1,
+        "the text's blob is removed"
+    );
+    app.stop().await;
+}

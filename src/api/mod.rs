@@ -1,5 +1,6 @@
 //! The HTTP API: an axum router with one module per resource.
 
+mod datasets;
 pub mod error;
 mod health;
 mod jobs;
@@ -71,6 +72,8 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(jobs::cancel_job))
         .routes(routes!(jobs::get_report))
         .routes(routes!(jobs::job_events))
+        .routes(routes!(datasets::create_dataset, datasets::list_datasets))
+        .routes(routes!(datasets::get_dataset, datasets::delete_dataset))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
         .routes(routes!(health::metrics))

@@ -38,7 +38,7 @@ fn file_name(name: &str) -> ApiResult<()> {
     check_file_name(name).map_err(|e| ApiError::unprocessable(e.to_string()))
 }
 
-fn interrupted(err: impl std::fmt::Display) -> ApiError {
+pub(super) fn interrupted(err: impl std::fmt::Display) -> ApiError {
     ApiError::bad_request(format!(
         "the request body was interrupted or malformed ({err}); nothing was stored, send it again"
     ))
@@ -69,14 +69,12 @@ pub async fn put_file(
     if content_length(request.headers()).is_some_and(|len| len > limit) {
         return Err(SinkError::TooLarge(limit).into());
     }
-    let mut sink = UploadSink::new(state.blobs.temp_file().map_err(ApiError::internal)?, limit)
-        .map_err(ApiError::internal)?;
+    let mut sink = new_sink(&state)?;
     let mut body = request.into_body().into_data_stream();
     while let Some(chunk) = body.next().await {
         sink.write(&chunk.map_err(interrupted)?).await?;
     }
     let upload = sink.finish().await?;
-    metrics::counter!("shears_upload_bytes_total").increment(upload.size);
     let file = NewFile {
         name: name.clone(),
         sha256: upload.sha256.clone(),
@@ -110,6 +108,12 @@ pub async fn put_file(
             sha256: file.sha256,
         }),
     ))
+}
+
+/// A new upload into a temporary file, under the configured size limit.
+pub(super) fn new_sink(state: &AppState) -> ApiResult<UploadSink> {
+    let temp = state.blobs.temp_file().map_err(ApiError::internal)?;
+    UploadSink::new(temp, state.settings.max_upload_bytes).map_err(ApiError::internal)
 }
 
 fn content_length(headers: &HeaderMap) -> Option<u64> {
@@ -192,7 +196,6 @@ pub(super) async fn one_shot_upload(
         }
         let upload = sink.finish().await?;
         remaining -= upload.size;
-        metrics::counter!("shears_upload_bytes_total").increment(upload.size);
         uploads.push((file, upload));
     }
     let candidates = uploads

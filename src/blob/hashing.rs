@@ -105,6 +105,7 @@ impl UploadSink {
         use tokio::io::AsyncWriteExt;
         self.file.flush().await?;
         self.file.sync_all().await?;
+        metrics::counter!("shears_upload_bytes_total").increment(self.len);
         Ok(Uploaded {
             temp: self.temp,
             sha256: hex::encode(self.hasher.finalize()),

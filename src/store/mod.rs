@@ -7,6 +7,7 @@
 //! the migrations) the difference is spelled out next to the query.
 
 mod blobs;
+mod datasets;
 mod jobs;
 mod models;
 mod rows;

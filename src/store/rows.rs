@@ -32,6 +32,17 @@ pub struct FileRow {
     pub size: i64,
 }
 
+/// A dataset: UTF-8 text stored as a blob.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct DatasetRow {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub name: String,
+    pub sha256: String,
+    pub bytes: i64,
+    pub created_at: i64,
+}
+
 /// One tensor of a ready model.
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct TensorRow {
