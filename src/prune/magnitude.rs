@@ -30,7 +30,6 @@ fn prune_group<B: Bits>(data: &mut [B], sparsity: f64) -> (PruneStats, Option<u6
         return (stats, None);
     }
     let th = threshold(data, k);
-    let t0 = std::time::Instant::now();
     let applied = apply(
         data,
         clear::<B>,
@@ -39,7 +38,6 @@ fn prune_group<B: Bits>(data: &mut [B], sparsity: f64) -> (PruneStats, Option<u6
         th.ties_total,
         key_u64::<B>,
     );
-    eprintln!("apply {:?}", t0.elapsed());
     let stats = PruneStats {
         numel: n,
         zeros_before: applied.zeros_before,
