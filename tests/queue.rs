@@ -54,6 +54,7 @@ async fn concurrent_claims_take_each_job_once(db: Db) {
             let mut got = Vec::new();
             while let Some(claim) = store.claim_job(&format!("w{w}"), 60_000).await.unwrap() {
                 assert_eq!(claim.attempt, 1);
+                assert_eq!(claim.job.progress.0.phase, "starting");
                 store.complete_job(&claim, &done()).await.unwrap();
                 got.push(claim.job.id);
             }

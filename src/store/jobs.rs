@@ -238,6 +238,12 @@ impl Store {
             .await?
             .rows_affected()
         });
+        let starting = Progress {
+            phase: "starting".into(),
+            unit: String::new(),
+            done: 0,
+            total: 0,
+        };
         // Postgres lets concurrent claimers skip each other's rows; SQLite serializes
         // writers, so the same single statement is atomic there as it is.
         let lock = match self {
@@ -246,7 +252,8 @@ impl Store {
         };
         let sql = format!(
             "UPDATE jobs SET status = 'running', attempts = attempts + 1, lease_owner = $1, \
-             lease_expires_at = $2 + $3, heartbeat_at = $2, started_at = COALESCE(started_at, $2) \
+             lease_expires_at = $2 + $3, heartbeat_at = $2, started_at = COALESCE(started_at, $2), \
+             progress = $4 \
              WHERE id = (SELECT id FROM jobs WHERE (status = 'queued' OR \
              (status = 'running' AND lease_expires_at < $2)) AND attempts < max_attempts \
              AND NOT cancel_requested ORDER BY id LIMIT 1 {lock}) RETURNING {JOB_COLUMNS}"
@@ -256,6 +263,7 @@ impl Store {
                 .bind(owner)
                 .bind(now)
                 .bind(lease_ms)
+                .bind(Json(&starting))
                 .fetch_optional(pool)
                 .await?
         });
