@@ -89,7 +89,8 @@ pub fn key_u64<B: Bits>(x: B) -> u64 {
 
 /// Tensors up to this size are selected on a copy of their keys.
 const SMALL: usize = 1 << 15;
-/// Samples drawn to bracket the threshold of a large tensor.
+/// Most samples drawn to bracket the threshold of a large tensor (one per 32
+/// elements below that).
 const SAMPLES: usize = 1 << 16;
 
 /// The threshold of the `k` smallest keys (1 ≤ k ≤ len), in O(n) without sorting the
@@ -104,13 +105,14 @@ pub fn threshold<B: Bits>(data: &[B], k: u64) -> Threshold {
     }
     let rank = k - 1;
     // Deterministic sample positions (a multiplicative walk over the tensor).
-    let mut sample: Vec<B> = (0..SAMPLES as u64)
+    let samples = (n / 32).clamp(1 << 10, SAMPLES);
+    let mut sample: Vec<B> = (0..samples as u64)
         .map(|i| key(data[((i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 11) % n as u64) as usize]))
         .collect();
     sample.sort_unstable();
     let p = rank as f64 / n as f64;
-    let spread = 3.5 * (SAMPLES as f64 * p * (1.0 - p)).sqrt() + 8.0;
-    let centre = p * SAMPLES as f64;
+    let spread = 3.5 * (samples as f64 * p * (1.0 - p)).sqrt() + 8.0;
+    let centre = p * samples as f64;
     let lo_i = (centre - spread).floor();
     let hi_i = (centre + spread).ceil();
     // Zeros (often half of an already pruned tensor) stay out of the bracket: they are
@@ -121,7 +123,7 @@ pub fn threshold<B: Bits>(data: &[B], k: u64) -> Threshold {
         sample[lo_i as usize]
     }
     .max(B::ONE);
-    let hi = if hi_i >= (SAMPLES - 1) as f64 {
+    let hi = if hi_i >= (samples - 1) as f64 {
         B::MAGNITUDE
     } else {
         sample[hi_i as usize]
