@@ -27,13 +27,26 @@ pub struct Workers {
     pub job_queued: Arc<Notify>,
 }
 
-/// Builds the kernel thread pool (`threads == 0`: one thread per core).
+/// Builds the kernel thread pool (`threads == 0`: one thread per core). Its threads
+/// run at a lower scheduling priority than the async runtime, so the API keeps
+/// answering while every core prunes.
 pub fn kernel_pool(threads: usize) -> std::io::Result<rayon::ThreadPool> {
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .thread_name(|i| format!("shears-kernel-{i}"))
+        .start_handler(|_| lower_thread_priority())
         .build()
         .map_err(std::io::Error::other)
+}
+
+/// Raises the calling thread's nice value by 10 (on Linux, per thread).
+fn lower_thread_priority() {
+    // SAFETY: setpriority only reads its integer arguments; `who == 0` names the
+    // calling thread. A failure leaves the priority as it was, which is harmless.
+    let result = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 10) };
+    if result != 0 {
+        tracing::debug!("could not lower the kernel threads' priority");
+    }
 }
 
 impl Workers {
@@ -91,4 +104,17 @@ fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "worker".into())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn kernel_threads_run_at_a_lower_priority() {
+        // SAFETY: getpriority only reads its integer arguments.
+        let nice = || unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+        let base = nice();
+        let pool = super::kernel_pool(1).unwrap();
+        assert_eq!(pool.install(nice), (base + 10).min(19));
+        assert_eq!(nice(), base, "the calling thread keeps its priority");
+    }
 }
