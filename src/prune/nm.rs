@@ -32,7 +32,7 @@ pub fn prune_n_m(
     }
     Ok(with_bits_mut!(data, d, magnitude => {
         let (stats, key) = match m {
-            4 => prune_groups::<_, 4>(d, n),
+            4 => prune_groups_of_4(d, n),
             8 => prune_groups::<_, 8>(d, n),
             _ => prune_groups_dyn(d, n, m),
         };
@@ -67,6 +67,34 @@ fn prune_groups<B: Bits, const M: usize>(data: &mut [B], n: usize) -> (PruneStat
             prune_group(group, &keys, M - n, max_pruned);
             *after += group.iter().filter(|&&x| key_u64(x) == 0).count() as u64;
         }
+    })
+}
+
+/// Groups of four: each weight is packed with its index, `(key << 2) | i`, so that
+/// (key, index) order is one integer order; a sorting network finds the pivot.
+fn prune_groups_of_4<B: Bits>(data: &mut [B], n: usize) -> (PruneStats, Option<u64>) {
+    let drop = 4 - n;
+    run(data, 4, |block, before, after, max_pruned| {
+        let (mut zeros_in, mut zeros_out, mut top) = (0u64, 0u64, 0u64);
+        for group in block.chunks_exact_mut(4) {
+            let p: [u64; 4] = std::array::from_fn(|i| (key_u64(group[i]) << 2) | i as u64);
+            let (a, b) = (p[0].min(p[1]), p[0].max(p[1]));
+            let (c, d) = (p[2].min(p[3]), p[2].max(p[3]));
+            let (lo, mid1) = (a.min(c), a.max(c));
+            let (mid2, hi) = (b.min(d), b.max(d));
+            let sorted = [lo, mid1.min(mid2), mid1.max(mid2), hi];
+            let pivot = sorted[drop - 1];
+            for (x, &pi) in group.iter_mut().zip(&p) {
+                let cut = pi <= pivot;
+                zeros_in += (pi >> 2 == 0) as u64;
+                *x = clear(*x, cut);
+                zeros_out += ((pi >> 2 == 0) | cut) as u64;
+            }
+            top = top.max(pivot >> 2);
+        }
+        *before += zeros_in;
+        *after += zeros_out;
+        *max_pruned = (*max_pruned).max(top);
     })
 }
 
