@@ -31,13 +31,20 @@ pub fn prune_n_m(
         return Err(NmError::RowLength { row_len, m });
     }
     Ok(with_bits_mut!(data, d, magnitude => {
-        let (stats, key) = match m {
-            4 => prune_groups_of_4(d, n),
-            8 => prune_groups::<_, 8>(d, n),
-            _ => prune_groups_dyn(d, n, m),
-        };
+        let (stats, key) = prune_bits(d, n, m);
         PruneStats { threshold: key.map(magnitude), ..stats }
     }))
+}
+
+/// Picks the kernel for the group size and key width.
+fn prune_bits<B: Bits>(data: &mut [B], n: usize, m: usize) -> (PruneStats, Option<u64>) {
+    match m {
+        // Packing (key, index) into a u64 needs keys of at most 62 bits.
+        4 if B::WIDTH <= 32 => prune_groups_of_4(data, n),
+        4 => prune_groups::<_, 4>(data, n),
+        8 => prune_groups::<_, 8>(data, n),
+        _ => prune_groups_dyn(data, n, m),
+    }
 }
 
 /// Prunes the `m - n` smallest of a group by (key, index) rank, branch-free.

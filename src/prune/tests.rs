@@ -271,3 +271,28 @@ fn n_m_rejects_bad_shapes() {
     assert!(prune_n_m(view(&mut b, Dtype::F32), 12, 0, 4).is_err());
     assert!(prune_n_m(view(&mut b, Dtype::F32), 12, 2, 4).is_ok());
 }
+
+#[test]
+fn n_m_handles_every_key_width() {
+    // Large f64 magnitudes use the top key bits; each dtype keeps its own order.
+    let vals = [
+        1e300, -2.5, 3.0, 1e-300, -0.0, 7.0, 7.0, -7.0, 1.0, 2.0, 3.0, 4.0,
+    ];
+    for dtype in DTYPES {
+        for (n, m) in [(2, 4), (1, 4), (3, 4), (2, 6)] {
+            let len = vals.len() / m * m;
+            let mut b = buf(dtype, &vals[..len]);
+            let before = elements(&b, dtype);
+            prune_n_m(view(&mut b, dtype), m, n, m).unwrap();
+            let after = elements(&b, dtype);
+            for (src, out) in before.chunks(m).zip(after.chunks(m)) {
+                let keys: Vec<u64> = src.iter().map(|&x| key(x, dtype)).collect();
+                assert_eq!(
+                    out,
+                    &masked(src, &naive_mask(&keys, m - n))[..],
+                    "{dtype:?} {n}:{m}"
+                );
+            }
+        }
+    }
+}
