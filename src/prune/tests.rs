@@ -238,7 +238,7 @@ fn large_tensors_cross_chunks() {
         .collect();
     for (vals, dtype, s) in DTYPES
         .into_iter()
-        .flat_map(|d| [0.0005, 0.1, 0.5, 0.77, 0.9995].map(|s| (d, s)))
+        .flat_map(|d| [0.0005, 0.5, 0.9995].map(|s| (d, s)))
         .flat_map(|(d, s)| [(&tied, d, s), (&spread, d, s)])
     {
         let mut b = buf(dtype, vals);
@@ -251,6 +251,16 @@ fn large_tensors_cross_chunks() {
             masked(&before, &naive_mask(&keys, k)),
             "{dtype:?} {s}"
         );
+        // Pruning an already pruned tensor: the zeros are the smallest keys (a
+        // threshold of 0 at the same sparsity, above 0 at a higher one).
+        for again in [s, (s + 0.1).min(1.0)] {
+            let before = elements(&b, dtype);
+            let keys: Vec<u64> = before.iter().map(|&x| key(x, dtype)).collect();
+            prune_tensor(view(&mut b, dtype), again);
+            let k = prune_count(again, n as u64) as usize;
+            let expected = masked(&before, &naive_mask(&keys, k));
+            assert_eq!(elements(&b, dtype), expected, "{dtype:?} {s} then {again}");
+        }
     }
 }
 
