@@ -2,6 +2,7 @@
 
 use uuid::Uuid;
 
+use super::models::record_blob;
 use super::{dispatch, now_ms, DatasetRow, Store, StoreError, StoreResult};
 
 const DATASET_COLUMNS: &str = "id, tenant_id, name, sha256, bytes, created_at";
@@ -19,15 +20,7 @@ impl Store {
         let now = now_ms();
         dispatch!(self, pool => {
             let mut tx = pool.begin().await?;
-            sqlx::query(
-                "INSERT INTO blobs (sha256, size, created_at) VALUES ($1, $2, $3) \
-                 ON CONFLICT (sha256) DO UPDATE SET size = excluded.size",
-            )
-            .bind(sha256)
-            .bind(bytes)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+            record_blob!(tx, sha256, bytes, now);
             sqlx::query(
                 "INSERT INTO datasets (id, tenant_id, name, sha256, bytes, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
             )

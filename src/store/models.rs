@@ -40,19 +40,27 @@ pub struct FinalizeSummary {
     pub tensors: Vec<NewTensor>,
 }
 
+/// Records that blob `$sha` exists (the row that references to it point at).
+macro_rules! record_blob {
+    ($tx:expr, $sha:expr, $size:expr, $now:expr) => {
+        sqlx::query(
+            "INSERT INTO blobs (sha256, size, created_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (sha256) DO UPDATE SET size = excluded.size",
+        )
+        .bind($sha)
+        .bind($size)
+        .bind($now)
+        .execute(&mut *$tx)
+        .await?;
+    };
+}
+pub(crate) use record_blob;
+
 /// Inserts the blob rows, file rows and tensor rows of a model inside a transaction.
 macro_rules! insert_contents {
     ($tx:expr, $model_id:expr, $files:expr, $tensors:expr, $now:expr) => {{
         for f in $files {
-            sqlx::query(
-                "INSERT INTO blobs (sha256, size, created_at) VALUES ($1, $2, $3) \
-                 ON CONFLICT (sha256) DO UPDATE SET size = excluded.size",
-            )
-            .bind(&f.sha256)
-            .bind(f.size)
-            .bind($now)
-            .execute(&mut *$tx)
-            .await?;
+            $crate::store::models::record_blob!($tx, &f.sha256, f.size, $now);
             sqlx::query("INSERT INTO model_files (model_id, name, sha256, size) VALUES ($1, $2, $3, $4)")
                 .bind($model_id)
                 .bind(&f.name)
