@@ -31,8 +31,7 @@ async fn errors_are_problems(db: Db) {
         db,
         Options {
             max_upload_bytes: 4096,
-            workers: 0,
-            ..Options::default()
+            ..Options::api_only()
         },
     )
     .await
@@ -180,15 +179,7 @@ async fn errors_are_problems(db: Db) {
 }
 
 async fn idempotency_and_cancel(db: Db) {
-    let Some(app) = spawn_app(
-        db,
-        Options {
-            workers: 0,
-            ..Options::default()
-        },
-    )
-    .await
-    else {
+    let Some(app) = spawn_app(db, Options::api_only()).await else {
         return;
     };
     let model: Value = app.upload_model("m", &single_file_model("BF16")).await;
@@ -260,15 +251,7 @@ async fn idempotency_and_cancel(db: Db) {
 }
 
 async fn pagination_newest_first(db: Db) {
-    let Some(app) = spawn_app(
-        db,
-        Options {
-            workers: 0,
-            ..Options::default()
-        },
-    )
-    .await
-    else {
+    let Some(app) = spawn_app(db, Options::api_only()).await else {
         return;
     };
     let mut created = Vec::new();
@@ -340,15 +323,7 @@ async fn events_stream_progress_then_end(db: Db) {
 }
 
 async fn interrupted_put_leaves_nothing(db: Db) {
-    let Some(app) = spawn_app(
-        db,
-        Options {
-            workers: 0,
-            ..Options::default()
-        },
-    )
-    .await
-    else {
+    let Some(app) = spawn_app(db, Options::api_only()).await else {
         return;
     };
     let id = &app.create_model("m").await;
@@ -397,9 +372,8 @@ async fn abandoned_uploads_expire(db: Db) {
     let Some(app) = spawn_app(
         db,
         Options {
-            workers: 0,
             upload_ttl: Duration::from_millis(400),
-            ..Options::default()
+            ..Options::api_only()
         },
     )
     .await
@@ -551,9 +525,8 @@ both_stores!(
 
 async fn datasets(db: Db) {
     let options = Options {
-        workers: 0,
         max_upload_bytes: 1 << 20,
-        ..Options::default()
+        ..Options::api_only()
     };
     let Some(app) = spawn_app(db, options).await else {
         return;

@@ -2,6 +2,7 @@
 
 mod common;
 
+use std::path::Path;
 use std::process::Command;
 
 use common::model::{check_pruned, is_default_target, parse, sharded_model};
@@ -15,9 +16,17 @@ fn write_model(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
     files
 }
 
-fn shears(args: &[&str]) -> std::process::Output {
+/// Runs `shears prune --model MODEL --out OUT` with `flags`.
+fn prune(model: &Path, out: &Path, flags: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_shears"))
-        .args(args)
+        .args([
+            "prune",
+            "--model",
+            model.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .args(flags)
         .output()
         .unwrap()
 }
@@ -28,17 +37,11 @@ fn prune_a_sharded_folder() {
     let (model, out) = (dir.path().join("model"), dir.path().join("out"));
     std::fs::create_dir(&model).unwrap();
     let files = write_model(&model);
-    let run = shears(&[
-        "prune",
-        "--model",
-        model.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--method",
-        "magnitude",
-        "--sparsity",
-        "0.5",
-    ]);
+    let run = prune(
+        &model,
+        &out,
+        &["--method", "magnitude", "--sparsity", "0.5"],
+    );
     assert!(
         run.status.success(),
         "{}",
@@ -87,15 +90,7 @@ fn recipe_file_flags_and_errors() {
         r#"{"method": "magnitude", "pattern": "2:4", "ignore": ["re:.*down_proj.*"]}"#,
     )
     .unwrap();
-    let run = shears(&[
-        "prune",
-        "--model",
-        model.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--recipe",
-        recipe.to_str().unwrap(),
-    ]);
+    let run = prune(&model, &out, &["--recipe", recipe.to_str().unwrap()]);
     assert!(
         run.status.success(),
         "{}",
@@ -107,26 +102,10 @@ fn recipe_file_flags_and_errors() {
     assert_eq!(report["tensors"].as_array().unwrap().len(), 6);
     // A bad flag is refused with the field named, and nothing is written.
     let bad_out = dir.path().join("bad");
-    let run = shears(&[
-        "prune",
-        "--model",
-        model.to_str().unwrap(),
-        "--out",
-        bad_out.to_str().unwrap(),
-        "--sparsity",
-        "1.5",
-    ]);
+    let run = prune(&model, &bad_out, &["--sparsity", "1.5"]);
     assert!(!run.status.success());
     assert!(String::from_utf8_lossy(&run.stderr).contains("recipe.sparsity"));
-    let run = shears(&[
-        "prune",
-        "--model",
-        model.to_str().unwrap(),
-        "--out",
-        model.to_str().unwrap(),
-        "--sparsity",
-        "0.5",
-    ]);
+    let run = prune(&model, &model, &["--sparsity", "0.5"]);
     assert!(
         !run.status.success(),
         "the model's own folder is refused as output"

@@ -46,6 +46,16 @@ impl Default for Options {
     }
 }
 
+impl Options {
+    /// The API alone: no worker claims the jobs.
+    pub fn api_only() -> Self {
+        Options {
+            workers: 0,
+            ..Options::default()
+        }
+    }
+}
+
 /// The server URL of the PostgreSQL used by tests, or `None` (with a notice) when
 /// none is configured and the default one does not answer.
 async fn postgres_admin_url() -> Option<String> {
