@@ -111,6 +111,13 @@ async fn single_file_bf16_flow(db: Db) {
     assert_eq!(output["job_id"], job["id"]);
     assert_eq!(output["tensor_count"], 13);
     check_output(&app, &files, &output, 0.5).await;
+    // The list shows each model with its own files.
+    let list = app.get_json("/v1/models").await;
+    let listed = list["items"].as_array().unwrap();
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[0]["id"], output["id"], "newest first");
+    assert_eq!(listed[0]["files"], output["files"]);
+    assert_eq!(listed[1]["files"], model["files"]);
 
     let report = app
         .get_json(&format!("/v1/jobs/{}/report", job["id"].as_str().unwrap()))

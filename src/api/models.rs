@@ -97,10 +97,15 @@ pub async fn list_models(
     let next_cursor = (rows.len() as i64 == limit)
         .then(|| rows.last().map(|m| m.id.to_string()))
         .flatten();
-    let mut items = Vec::with_capacity(rows.len());
-    for row in rows {
-        items.push(model_view(&state, row).await?);
-    }
+    let ids: Vec<Uuid> = rows.iter().map(|m| m.id).collect();
+    let mut files = state.store.files_of_models(&ids).await?;
+    let items = rows
+        .into_iter()
+        .map(|m| {
+            let own = files.remove(&m.id).unwrap_or_default();
+            ModelView::new(m, own)
+        })
+        .collect();
     Ok(Json(Page { items, next_cursor }))
 }
 

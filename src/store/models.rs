@@ -1,6 +1,6 @@
 //! Models, their files and their tensors.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use sqlx::types::Json;
 use uuid::Uuid;
@@ -228,6 +228,35 @@ impl Store {
             .fetch_all(pool)
             .await?
         }))
+    }
+
+    /// The files of several models in one query (for a page of a list).
+    pub async fn files_of_models(&self, ids: &[Uuid]) -> StoreResult<HashMap<Uuid, Vec<FileRow>>> {
+        let mut files: HashMap<Uuid, Vec<FileRow>> =
+            ids.iter().map(|id| (*id, Vec::new())).collect();
+        if ids.is_empty() {
+            return Ok(files);
+        }
+        // Only numbered placeholders are formatted into the statement.
+        let placeholders: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT model_id, name, sha256, size FROM model_files WHERE model_id IN ({}) ORDER BY name",
+            placeholders.join(", ")
+        );
+        let rows: Vec<(Uuid, String, String, i64)> = dispatch!(self, pool => {
+            let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
+            for id in ids {
+                query = query.bind(*id);
+            }
+            query.fetch_all(pool).await?
+        });
+        for (model_id, name, sha256, size) in rows {
+            files
+                .entry(model_id)
+                .or_default()
+                .push(FileRow { name, sha256, size });
+        }
+        Ok(files)
     }
 
     /// A page of a model's tensors, by name, starting after `cursor`.
